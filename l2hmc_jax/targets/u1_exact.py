@@ -110,9 +110,9 @@ class _Sums:
         sign = np.where(k % 2 == 1, 1.0, -1.0)
         lower, upper = self.ratio(k - n), self.ratio(k + n)
         c = (sign * (lower - upper) / k).sum(axis=0)
-        b = np.pi**2 / 3 * self.ratio(self.n) - 2 * (
-            sign * (lower + upper) / k**2
-        ).sum(axis=0)
+        b = np.pi**2 / 3 * self.ratio(self.n) - 2 * (sign * (lower + upper) / k**2).sum(
+            axis=0
+        )
         i_n = self.ratio(self.n)
         return c / i_n, b / i_n
 
