@@ -4,6 +4,7 @@ One run of the test config, killed part-way through training and resumed, is
 shared by the tests of this module (compilation dominates its cost).
 """
 
+import fcntl
 import glob
 import json
 import os
@@ -37,10 +38,14 @@ from l2hmc_jax.targets import u1_exact  # noqa: E402
 KILL_AFTER = 15
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The test config, stopped after 15 train steps and then rerun to the end."""
-    workdir = str(tmp_path_factory.mktemp("u1"))
+def _shared_dir(tmp_path_factory):
+    # Under pytest-xdist every worker has its own base directory inside one
+    # per session; the run lives there so that all workers can share it.
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _kill_and_resume(workdir):
     config = test_config.get_config()
     config.train.stop_after = KILL_AFTER
     assert experiment.run(config, workdir, "all") is None
@@ -53,7 +58,28 @@ def run(tmp_path_factory):
     }
     config.train.stop_after = 0
     summary = experiment.run(config, workdir, "all")
-    return {"workdir": workdir, "config": config, "summary": summary, "killed": killed}
+    return killed, summary
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The test config, stopped after 15 train steps and then rerun to the end.
+
+    Computed once per session: the first worker to take the lock runs it and
+    leaves ``done.json`` for the others.
+    """
+    root = _shared_dir(tmp_path_factory)
+    workdir = str(root / "u1_example_run")
+    done = os.path.join(str(root), "u1_example_run.json")
+    with open(os.path.join(str(root), "u1_example_run.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(done):
+            killed, summary = _kill_and_resume(workdir)
+            with open(done, "w") as f:
+                json.dump({"killed": killed, "summary": summary}, f)
+        with open(done) as f:
+            shared = json.load(f)
+    return {"workdir": workdir, "config": test_config.get_config(), **shared}
 
 
 def _copy(run, tmp_path):
