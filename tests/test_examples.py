@@ -405,3 +405,34 @@ def test_damaged_event_file_is_detected(tmp_path):
     _flip_last_byte(path)
     with pytest.raises(ValueError, match="CRC"):
         tensorboard.read_events(path)
+
+
+# The toy-density example.
+
+
+def test_toy_example_matches_exact_moments(tmp_path):
+    from examples.toy import main as toy_main
+
+    summary = toy_main.run(
+        str(tmp_path),
+        # Of unit scale: a short trajectory mixes it within the few hundred
+        # samples a fast test can afford (the correlated Gaussian needs more).
+        "rough_well",
+        train_steps=50,
+        num_layers=2,
+        hidden_size=8,
+        num_chains=16,
+        num_samples=400,
+        num_burnin=100,
+    )
+    assert os.path.exists(tmp_path / "summary.md")
+    with open(tmp_path / "summary.json") as f:
+        assert json.load(f) == summary
+    for name in ("l2hmc", "hmc"):
+        result = summary["samplers"][name]
+        assert result["force_evaluations_per_trajectory"] == 8
+        for observable in ("x0", "x1"):
+            for moment in ("mean", "second_moment"):
+                estimate = result["observables"][observable][moment]
+                deviation = abs(estimate["mean"] - estimate["exact"])
+                assert deviation < 5 * estimate["stderr"], (name, observable, moment)
