@@ -436,3 +436,30 @@ def test_toy_example_matches_exact_moments(tmp_path):
                 estimate = result["observables"][observable][moment]
                 deviation = abs(estimate["mean"] - estimate["exact"])
                 assert deviation < 5 * estimate["stderr"], (name, observable, moment)
+
+
+# The quickstart notebook.
+
+
+def test_quickstart_notebook_runs():
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT)}},
+    )
+    # Raises CellExecutionError on the first failing cell; the notebook's own
+    # asserts compare both samplers with the exact plaquette.
+    client.execute()
+    text = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "HMC: acceptance" in text
+    assert "L2HMC: acceptance" in text
