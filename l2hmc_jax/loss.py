@@ -44,7 +44,13 @@ class LossConfig(NamedTuple):
     Attributes
     ----------
     scale
-        ``lambda``, the length scale of the distance.
+        ``lambda``, the length scale of the distance. Where ``delta << lambda``
+        the ``lambda^2 / delta`` term dominates and the gradient is carried by
+        the few chains that barely moved, which makes it noisy: on 8 x 8 U(1)
+        at beta = 3 with 128 chains, gradients of independent batches have a
+        cosine similarity of about 0.04 at ``lambda = 1`` and 0.45 at
+        ``lambda = 0.01``, where the loss is close to ``-mean(delta) /
+        lambda^2``. Typical charge distances are 0.01 to 0.1.
     charge_weight
         Weight of the target's own distance (the sine charge on U(1)).
     plaquette_weight

@@ -7,7 +7,7 @@ import pytest
 
 from l2hmc_jax import diagnostics, hmc, l2hmc, sample
 from l2hmc_jax.kernels.base import kinetic_energy
-from l2hmc_jax.targets import make_target, u1, u1_exact
+from l2hmc_jax.targets import make_target, toy, u1, u1_exact
 
 LATTICE = (4, 4)
 
@@ -242,3 +242,34 @@ def test_untrained_random_sampler_is_exact_on_u1():
     for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
         mean, error = values.mean(), diagnostics.standard_error(values)
         assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
+
+
+def test_untrained_sampler_preserves_the_strongly_correlated_gaussian():
+    # Chains started from exact draws stay exactly distributed under an exact
+    # kernel, so the final positions of independent chains are iid samples:
+    # their covariance is compared with the exact one through iid standard
+    # errors, while the chains must have moved far for the check to bite.
+    target = toy.strongly_correlated_gaussian()
+    _, covariance = toy.exact_moments(target)
+    sampler = l2hmc(
+        target,
+        num_layers=4,
+        step_size=0.05,
+        network_kwargs={"output_scale": 0.01, "hidden_sizes": (16,)},
+    )
+    params = sampler.init_params(jax.random.key(21))
+    num_chains = 4096
+    chol = np.linalg.cholesky(covariance)
+    normal = jax.random.normal(jax.random.key(22), (num_chains, 2))
+    x0 = jnp.asarray(np.asarray(normal) @ chol.T, jnp.float32)
+    state, trace = sample(
+        jax.random.key(23), sampler, x0, 200, params=params, observables=lambda x: {}
+    )
+    assert 0.2 < float(trace["acceptance_rate"].mean()) < 0.99
+    x = np.asarray(state.position, np.float64)
+    moved = np.linalg.norm(x - np.asarray(x0), axis=1).mean()
+    assert moved > 1.5, moved
+    for i, j in ((0, 0), (0, 1), (1, 1)):
+        products = x[:, i] * x[:, j]
+        error = products.std() / np.sqrt(num_chains)
+        assert abs(products.mean() - covariance[i, j]) < 4 * error, (i, j)

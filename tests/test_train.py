@@ -1,0 +1,198 @@
+"""Training: the optax train step, gradients, schedules, and what training buys."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from l2hmc_jax import diagnostics, l2hmc, sample, train
+from l2hmc_jax import loss as loss_lib
+from l2hmc_jax.targets import toy, u1, u1_exact
+
+
+def _expected_jump(sampler, params, key, x):
+    """Per chain ``A(x'|x) |x' - x|^2`` of one proposal from ``x``."""
+    proposal = jax.jit(sampler.propose)(key, sampler.init(x), params)
+    jump = ((proposal.position - x) ** 2).sum(axis=-1)
+    return np.asarray(proposal.acceptance_rate * jump, np.float64)
+
+
+def _train(sampler, params, positions, num_steps, seed, loss_config=None, **kwargs):
+    optimizer = train.make_optimizer(1e-3)
+    state = train.init_train_state(params, optimizer, positions)
+    step = train.make_train_step(sampler, optimizer, loss_config, **kwargs)
+    keys = jax.random.split(jax.random.key(seed), num_steps)
+    history = []
+    for key in keys:
+        state, metrics = step(state, train.TrainBatch(key, jnp.float32(1.0)))
+        history.append(metrics)
+    return state, history
+
+
+def test_training_raises_the_expected_jump_on_the_correlated_gaussian():
+    # The correlated Gaussian is where Levy et al. show L2HMC learning fast:
+    # plain leapfrog at a step size safe for the narrow direction crawls
+    # along the wide one.
+    target = toy.strongly_correlated_gaussian()
+    sampler = l2hmc(
+        target, num_layers=5, step_size=0.1, network_kwargs={"hidden_sizes": (10, 10)}
+    )
+    params = sampler.init_params(jax.random.key(0))
+    positions = jax.random.normal(jax.random.key(1), (256, 2))
+    state, _ = _train(sampler, params, positions, 1000, seed=2)
+
+    # Fresh exact draws, the same for both samplers.
+    _, covariance = toy.exact_moments(target)
+    normal = np.asarray(jax.random.normal(jax.random.key(3), (4096, 2)))
+    x = jnp.asarray(normal @ np.linalg.cholesky(covariance).T, jnp.float32)
+    before = _expected_jump(sampler, params, jax.random.key(4), x)
+    after = _expected_jump(sampler, state.params, jax.random.key(4), x)
+    difference = after - before
+    error = difference.std() / np.sqrt(len(difference))
+    assert difference.mean() > 4 * error, (before.mean(), after.mean(), error)
+    assert after.mean() > 2 * before.mean()
+
+
+def test_gradients_flow_through_the_proposal_only():
+    target = u1.target(2.0, (4, 4))
+    sampler = l2hmc(target, num_layers=2, network_kwargs={"hidden_sizes": (8,)})
+    params = sampler.init_params(jax.random.key(5))
+    x = u1.random_links(jax.random.key(6), 8, (4, 4))
+
+    def loss_of_positions(x):
+        return loss_lib.loss_fn(params, sampler, jax.random.key(7), sampler.init(x))[0]
+
+    def loss_of_params(p):
+        return loss_lib.loss_fn(p, sampler, jax.random.key(7), sampler.init(x))[0]
+
+    grad_x = jax.jit(jax.grad(loss_of_positions))(x)
+    np.testing.assert_array_equal(grad_x, 0.0)
+    grads = jax.jit(jax.grad(loss_of_params))(params)
+    norms = jax.tree.map(lambda g: float(jnp.abs(g).sum()), grads)
+    assert norms["log_eps_x"] > 0 and norms["log_eps_v"] > 0
+    assert sum(jax.tree.leaves(norms["xnet"])) > 0
+
+
+def test_rematerialised_layers_give_the_same_gradients():
+    target = u1.target(2.0, (4, 4))
+    kwargs = {"num_layers": 2, "network_kwargs": {"hidden_sizes": (8,)}}
+    plain = l2hmc(target, **kwargs)
+    remat = l2hmc(target, remat=True, **kwargs)
+    params = plain.init_params(jax.random.key(8))
+    x = u1.random_links(jax.random.key(9), 8, (4, 4))
+    config = loss_lib.LossConfig(plaquette_weight=0.1, burn_in_weight=0.5)
+
+    def grads(sampler):
+        def loss(p):
+            state = sampler.init(x)
+            return loss_lib.loss_fn(p, sampler, jax.random.key(10), state, config)[0]
+
+        return jax.jit(jax.grad(loss))(params)
+
+    chex.assert_trees_all_close(grads(plain), grads(remat), rtol=1e-5, atol=1e-6)
+
+
+def test_a_beta_schedule_does_not_recompile_the_train_step():
+    size = (4, 4)
+    sampler = l2hmc(
+        u1.target(1.0, size), num_layers=2, network_kwargs={"hidden_sizes": (8,)}
+    )
+    optimizer = train.make_optimizer(1e-3)
+    step = train.make_train_step(
+        sampler, optimizer, target_fn=lambda beta: u1.target(beta, size), jit=False
+    )
+    counted = jax.jit(chex.assert_max_traces(step, n=1))
+    params = sampler.init_params(jax.random.key(11))
+    state = train.init_train_state(
+        params, optimizer, u1.random_links(jax.random.key(12), 8, size)
+    )
+    betas = train.beta_schedule(6, 1.0, 3.0, num_eras=3)
+    for i, beta in enumerate(betas):
+        batch = train.TrainBatch(jax.random.key(i), jnp.float32(beta))
+        state, metrics = counted(state, batch)
+    assert int(state.step) == 6
+    assert set(metrics) >= {"loss", "acceptance", "dq_int", "dq_sin", "eps_x"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_train_step_moves_the_chains_by_metropolis_hastings():
+    size = (4, 4)
+    sampler = l2hmc(
+        u1.target(2.0, size), num_layers=2, network_kwargs={"hidden_sizes": (8,)}
+    )
+    params = sampler.init_params(jax.random.key(13))
+    positions = u1.random_links(jax.random.key(14), 16, size)
+    state, history = _train(sampler, params, positions, 3, seed=15)
+    moved = np.abs(np.asarray(state.positions - positions)).sum(axis=(1, 2, 3)) > 0
+    assert moved.any()
+    # Every chain either kept its links or took a proposal; links stay wrapped.
+    assert np.all(np.abs(np.asarray(state.positions)) <= np.pi)
+    assert len(history) == 3
+
+
+def test_beta_schedules():
+    np.testing.assert_allclose(train.beta_schedule(5, 1.0, 3.0), [1, 1.5, 2, 2.5, 3])
+    eras = train.beta_schedule(7, 1.0, 3.0, num_eras=3)
+    np.testing.assert_allclose(eras, [1, 1, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(train.era_starts(eras), [0, 2, 4])
+    with pytest.raises(ValueError, match="beta_init"):
+        train.beta_schedule(5, -1.0, 3.0)
+    with pytest.raises(ValueError, match="num_eras"):
+        train.beta_schedule(5, 1.0, 3.0, num_eras=6)
+    with pytest.raises(ValueError, match="num_steps"):
+        train.beta_schedule(0, 1.0, 3.0)
+
+
+def test_optimizer_options():
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.make_optimizer(-1.0)
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.full(3, 100.0)}
+    for optimizer in (
+        train.make_optimizer(1e-2, clip_norm=None),
+        train.make_optimizer(1e-2, decay_steps=10, warmup_steps=5),
+        train.make_optimizer(optax.cosine_decay_schedule(1e-2, 100)),
+    ):
+        updates, _ = optimizer.update(grads, optimizer.init(params), params)
+        assert np.all(np.isfinite(np.asarray(updates["w"])))
+
+
+def test_hmc_warmup_equilibrates_at_the_era_beta():
+    size = (4, 4)
+    warmup = train.make_hmc_warmup(lambda beta: u1.target(beta, size), 200, 5)
+    hot = u1.random_links(jax.random.key(16), 256, size)
+    beta = 3.0
+    cold = warmup(jax.random.key(17), hot, jnp.float32(beta), jnp.float32(0.2))
+    plaquette = np.asarray(u1.mean_plaquette(cold), np.float64)
+    # Independent chains: an iid standard error.
+    error = plaquette.std() / np.sqrt(len(plaquette))
+    exact = u1_exact.mean_plaquette(beta, size)
+    assert abs(plaquette.mean() - exact) < 4 * error, (plaquette.mean(), exact)
+
+
+def test_trained_sampler_is_exact_on_u1():
+    beta, size = 2.0, (4, 4)
+    target = u1.target(beta, size)
+    sampler = l2hmc(
+        target, num_layers=2, step_size=0.2, network_kwargs={"hidden_sizes": (32,)}
+    )
+    params = sampler.init_params(jax.random.key(18))
+    positions = u1.random_links(jax.random.key(19), 64, size)
+    config = loss_lib.LossConfig(scale=0.01)
+    state, _ = _train(sampler, params, positions, 200, seed=20, loss_config=config)
+    changed = jax.tree.map(lambda a, b: bool((a != b).any()), params, state.params)
+    assert all(jax.tree.leaves(changed["xnet"]))
+    _, trace = sample(
+        jax.random.key(21), sampler, state.positions, 1500, params=state.params
+    )
+    exact = {
+        "plaquette": u1_exact.mean_plaquette(beta, size),
+        "charge_squared": u1_exact.mean_charge_squared(beta, size),
+    }
+    plaquette = np.asarray(trace["plaquette"], np.float64)[100:]
+    charge = np.asarray(trace["charge"], np.float64)[100:]
+    for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
+        mean, error = diagnostics.mean_and_error(values)
+        assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
