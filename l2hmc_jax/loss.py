@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from l2hmc_jax.kernels import random
 from l2hmc_jax.kernels.l2hmc import L2HMC, L2HMCState
 from l2hmc_jax.targets import u1
 from l2hmc_jax.targets.base import CIRCLE
@@ -100,7 +101,7 @@ def loss_fn(
     """
     config = LossConfig() if config is None else config
     state = jax.lax.stop_gradient(state)
-    key_chain, key_burn_in = jax.random.split(rng_key)
+    key_chain, key_burn_in = random.split(rng_key)
     proposal = sampler.propose(key_chain, state, params)
     x, x_new = state.position, proposal.position
     d = distance(sampler, config, x, x_new)
@@ -121,13 +122,18 @@ def loss_fn(
 
 
 def _burn_in_loss(params, sampler, rng_key, like, config):
-    key_x, key_step = jax.random.split(rng_key)
+    key_x, key_step = random.split(rng_key)
     if sampler.target.manifold == CIRCLE:
-        x = jax.random.uniform(
-            key_x, like.shape, like.dtype, minval=-jnp.pi, maxval=jnp.pi
-        )
+
+        def sample_fn(key, shape):
+            return jax.random.uniform(key, shape, like.dtype, -jnp.pi, jnp.pi)
     else:
-        x = jax.random.normal(key_x, like.shape, like.dtype)
+
+        def sample_fn(key, shape):
+            return jax.random.normal(key, shape, like.dtype)
+
+    batch_shape = sampler.target.batch_shape(like)
+    x = random.draw(sample_fn, key_x, like.shape, batch_shape)
     state = sampler.init(x)
     proposal = sampler.propose(key_step, state, params)
     d = distance(sampler, config, x, proposal.position)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from l2hmc_jax.kernels import random
+
 Array = jax.Array
 
 # With progress on, the chain runs in about this many compiled chunks: enough
@@ -32,7 +34,10 @@ def sample(
     rng_key
         A `jax.random.key`; step ``i`` uses the ``i``-th of
         ``jax.random.split(rng_key, num_steps)``, so the result does not depend
-        on ``thin``'s bookkeeping or on ``progress``.
+        on ``thin``'s bookkeeping or on ``progress``. An array of keys, one
+        per chain, makes each chain's draws independent of the others (and of
+        how the chains are split over devices or processes); chain ``c`` then
+        uses the ``i``-th of ``jax.random.split(rng_key[c], num_steps)``.
     algorithm
         An object with ``init``, ``step`` and ``target``, such as
         `l2hmc_jax.hmc` or `l2hmc_jax.l2hmc` returns.
@@ -79,7 +84,8 @@ def sample(
         state = _init(algorithm, positions)
 
     num_kept = num_steps // thin
-    keys = jax.random.split(rng_key, num_steps).reshape(num_kept, thin)
+    keys = _step_keys(rng_key, num_steps)
+    keys = keys.reshape((num_kept, thin) + keys.shape[1:])
     run = functools.partial(_run, algorithm, observables, params is None)
     if not progress:
         return run(keys, state, params)
@@ -97,6 +103,15 @@ def sample(
             bar.update(block.shape[0] * thin)
     trace = jax.tree.map(lambda *xs: jnp.concatenate(xs), *traces)
     return state, trace
+
+
+def _step_keys(rng_key, num_steps):
+    rng_key = random.as_key(rng_key)
+    if rng_key.ndim == 0:
+        return jax.random.split(rng_key, num_steps)
+    per_chain = jax.vmap(lambda key: jax.random.split(key, num_steps))
+    keys = per_chain(rng_key.reshape(-1))
+    return jnp.moveaxis(keys, 0, 1).reshape((num_steps,) + rng_key.shape)
 
 
 def _is_state(x) -> bool:

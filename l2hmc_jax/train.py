@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from l2hmc_jax import loss as loss_lib
-from l2hmc_jax.kernels import base
+from l2hmc_jax.kernels import base, random
 from l2hmc_jax.kernels import hmc as hmc_kernel
 from l2hmc_jax.kernels.l2hmc import L2HMC
 from l2hmc_jax.targets.base import Target
@@ -40,7 +40,18 @@ class TrainState(NamedTuple):
 
 
 class TrainBatch(NamedTuple):
-    """The per-step inputs of `make_train_step`'s ``train_step``."""
+    """The per-step inputs of `make_train_step`'s ``train_step``.
+
+    Attributes
+    ----------
+    rng_key
+        One `jax.random.key` for all chains, or one per chain (shape
+        ``(num_chains,)``, typed or raw ``uint32`` key data). Per-chain keys
+        make the step independent of how the chains are split over devices
+        and processes (`l2hmc_jax.parallel`).
+    beta
+        The inverse coupling of this step (used when ``target_fn`` is given).
+    """
 
     rng_key: Array
     beta: Array
@@ -139,7 +150,7 @@ def make_train_step(
             if target_fn is None
             else sampler.replace_target(target_fn(batch.beta))
         )
-        key_loss, key_accept = jax.random.split(batch.rng_key)
+        key_loss, key_accept = random.split(batch.rng_key)
         chains = current.init(state.positions)
         (loss, aux), grads = grad_fn(state.params, current, key_loss, chains, config)
         grads = reduce(grads)

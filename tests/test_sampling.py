@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from l2hmc_jax import hmc, sample
+from l2hmc_jax import hmc, l2hmc, sample
 from l2hmc_jax.kernels import SamplingAlgorithm
 from l2hmc_jax.kernels import hmc as hmc_kernel
 from l2hmc_jax.targets import u1
@@ -116,3 +116,31 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_positions_of_the_wrong_shape_are_rejected():
     with pytest.raises(ValueError, match="event shape"):
         sample(jax.random.key(0), ALGORITHM, LINKS[..., :3], 4)
+
+
+@pytest.mark.parametrize("kernel", ["hmc", "l2hmc"])
+def test_per_chain_keys_make_chains_independent_of_the_others(kernel):
+    size = (4, 4)
+    target = u1.target(2.0, size)
+    if kernel == "hmc":
+        algorithm, params = hmc(target, 0.2, 4), None
+    else:
+        algorithm = l2hmc(
+            target,
+            2,
+            proposal="random",
+            network_kwargs={"hidden_sizes": (8,), "output_scale": 0.1},
+        )
+        params = algorithm.init_params(jax.random.key(3))
+    links = u1.random_links(jax.random.key(4), 8, size)
+    keys = jax.random.split(jax.random.key(5), 8)
+    _, full = sample(keys, algorithm, links, 6, params=params)
+    _, part = sample(keys[2:5], algorithm, links[2:5], 6, params=params)
+    for name in ("plaquette", "is_accepted"):
+        np.testing.assert_allclose(full[name][:, 2:5], part[name], rtol=1e-6)
+    assert bool(full["is_accepted"].any())
+    # Raw key data works as well as typed keys.
+    _, raw = sample(jax.random.key_data(keys), algorithm, links, 6, params=params)
+    np.testing.assert_array_equal(raw["plaquette"], full["plaquette"])
+    with pytest.raises(ValueError, match="per-chain keys"):
+        sample(keys[:3], algorithm, links, 6, params=params)

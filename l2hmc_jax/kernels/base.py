@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from l2hmc_jax.kernels import random
 from l2hmc_jax.targets.base import Target
 
 Array = jax.Array
@@ -59,7 +60,7 @@ def metropolis_hastings(
     Parameters
     ----------
     rng_key
-        A `jax.random.key`.
+        A `jax.random.key`, or one per chain.
     target
         Gives the event shape, to broadcast the per-chain decision.
     log_ratio
@@ -73,7 +74,10 @@ def metropolis_hastings(
     state, acceptance_rate, is_accepted
     """
     p_accept = acceptance_probability(log_ratio)
-    u = jax.random.uniform(rng_key, p_accept.shape, dtype=p_accept.dtype)
+    shape = p_accept.shape
+    u = random.draw(
+        lambda key, s: jax.random.uniform(key, s, p_accept.dtype), rng_key, shape, shape
+    )
     is_accepted = u < p_accept
     state = jax.tree.map(select_chains(is_accepted), proposal, current)
     return state, p_accept, is_accepted

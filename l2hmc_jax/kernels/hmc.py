@@ -6,7 +6,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from l2hmc_jax.kernels import base
+from l2hmc_jax.kernels import base, random
 from l2hmc_jax.targets.base import CIRCLE, Target, wrap
 
 Array = jax.Array
@@ -113,9 +113,14 @@ def build_kernel(target: Target, num_integration_steps: int):
     num_integration_steps = _check_num_steps(num_integration_steps)
 
     def kernel(rng_key, state: HMCState, step_size):
-        key_momentum, key_accept = jax.random.split(rng_key)
+        key_momentum, key_accept = random.split(rng_key)
         x = state.position
-        v = jax.random.normal(key_momentum, x.shape, dtype=x.dtype)
+        v = random.draw(
+            lambda key, s: jax.random.normal(key, s, x.dtype),
+            key_momentum,
+            x.shape,
+            target.batch_shape(x),
+        )
 
         x_new, v_new, g_new = leapfrog(
             target, x, v, state.logdensity_grad, step_size, num_integration_steps

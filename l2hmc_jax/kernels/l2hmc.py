@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from l2hmc_jax import networks
 from l2hmc_jax.dynamics import LeapfrogLayers
-from l2hmc_jax.kernels import base
+from l2hmc_jax.kernels import base, random
 from l2hmc_jax.targets.base import Target
 
 Array = jax.Array
@@ -155,16 +155,27 @@ class L2HMC:
         the merged proposal of ``N`` layers is HMC with ``2N`` leapfrog steps,
         step for step.
         """
-        key_momentum, key_accept = jax.random.split(rng_key)
+        key_momentum, key_accept = random.split(rng_key)
         x = state.position
-        v = jax.random.normal(key_momentum, x.shape, dtype=x.dtype)
         batch_shape = self.target.batch_shape(x)
+        v = random.draw(
+            lambda key, s: jax.random.normal(key, s, x.dtype),
+            key_momentum,
+            x.shape,
+            batch_shape,
+        )
         direction = jnp.ones(batch_shape, jnp.int32)
         if self.proposal == "random":
-            key_direction = jax.random.fold_in(key_accept, 1)
-            direction = jnp.where(
-                jax.random.bernoulli(key_direction, 0.5, batch_shape), 1, -1
+            # Derived from the accept key, so that the merged proposal
+            # splits its key exactly as `hmc` does.
+            key_direction = random.split(key_accept, 3)[2]
+            forward = random.draw(
+                lambda key, s: jax.random.bernoulli(key, 0.5, s),
+                key_direction,
+                batch_shape,
+                batch_shape,
             )
+            direction = jnp.where(forward, 1, -1)
         x_new, v_new, logdet = self.proposal_map(params, x, v, direction)
         logdensity_new = self.target.logdensity_fn(x_new)
         energy = -state.logdensity + base.kinetic_energy(self.target, v)
@@ -185,7 +196,7 @@ class L2HMC:
     def step(self, rng_key: Array, state: L2HMCState, params: dict):
         """One L2HMC transition: ``(state, info)``."""
         proposal = self.propose(rng_key, state, params)
-        _, key_accept = jax.random.split(rng_key)
+        _, key_accept = random.split(rng_key)
         new_state, p_accept, is_accepted = base.metropolis_hastings(
             key_accept,
             self.target,
