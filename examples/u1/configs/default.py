@@ -45,7 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_chains = 64
     # Beta takes num_eras constant values from beta_init to beta_final.
     config.train.num_eras = 4
-    config.train.learning_rate = 1e-3
+    # At 1e-3 the acceptance fell to about 0.3 by beta = 4 in 600 steps; at
+    # 1e-4 it stays near 0.75 and tau_int(Q) roughly halves.
+    config.train.learning_rate = 1e-4
     config.train.clip_norm = 1.0
     # HMC steps that equilibrate the training chains at the start of each era.
     config.train.warmup_steps = 20
