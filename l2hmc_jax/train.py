@@ -140,11 +140,38 @@ def make_train_step(
     train_step
         ``(TrainState, TrainBatch) -> (TrainState, dict of scalar metrics)``.
     """
-    config = loss_lib.LossConfig() if loss_config is None else loss_config
     reduce = (lambda tree: tree) if reduce_fn is None else reduce_fn
-    grad_fn = jax.value_and_grad(loss_lib.loss_fn, has_aux=True)
+    gradient_step = make_gradient_step(sampler, loss_config, target_fn)
 
     def train_step(state: TrainState, batch: TrainBatch):
+        grads, positions, metrics = gradient_step(state, batch)
+        grads, metrics = reduce((grads, metrics))
+        return apply_gradients(optimizer, state, grads, positions), metrics
+
+    return jax.jit(train_step) if jit else train_step
+
+
+def make_gradient_step(
+    sampler: L2HMC,
+    loss_config: loss_lib.LossConfig | None = None,
+    target_fn: Callable[[Array], Target] | None = None,
+):
+    """The first half of `make_train_step`'s step, before any reduction.
+
+    Returns
+    -------
+    gradient_step
+        ``(TrainState, TrainBatch) -> (grads, positions, metrics)``: the
+        gradients of the loss on this step's chains, the chains after the
+        Metropolis-Hastings decision, and the metrics, all unreduced. A
+        caller that has to reduce outside of one compiled function (mpi4jax
+        with several devices per process) composes this with its reduction
+        and `apply_gradients`.
+    """
+    config = loss_lib.LossConfig() if loss_config is None else loss_config
+    grad_fn = jax.value_and_grad(loss_lib.loss_fn, has_aux=True)
+
+    def gradient_step(state: TrainState, batch: TrainBatch):
         current = (
             sampler
             if target_fn is None
@@ -153,10 +180,6 @@ def make_train_step(
         key_loss, key_accept = random.split(batch.rng_key)
         chains = current.init(state.positions)
         (loss, aux), grads = grad_fn(state.params, current, key_loss, chains, config)
-        grads = reduce(grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-
         new_chains, _, is_accepted = base.metropolis_hastings(
             key_accept,
             current.target,
@@ -168,11 +191,18 @@ def make_train_step(
         metrics["loss"] = loss
         metrics["eps_x"] = jnp.exp(state.params["log_eps_x"]).mean()
         metrics["eps_v"] = jnp.exp(state.params["log_eps_v"]).mean()
-        metrics = reduce(metrics)
-        new_state = TrainState(state.step + 1, params, opt_state, new_chains)
-        return new_state, metrics
+        return grads, new_chains, metrics
 
-    return jax.jit(train_step) if jit else train_step
+    return gradient_step
+
+
+def apply_gradients(
+    optimizer: optax.GradientTransformation, state: TrainState, grads, positions
+) -> TrainState:
+    """The optimiser step: ``state`` with updated parameters and new chains."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state, positions)
 
 
 def _metrics(sampler, old, new, is_accepted, aux) -> dict:
