@@ -23,6 +23,7 @@ own key (`l2hmc_jax.kernels.random`): pass one key per global chain, and
 """
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -132,6 +133,29 @@ def initialize(backend: str = "none") -> Runtime:
     return Runtime(
         "mpi", comm.Get_rank(), comm.Get_size(), chain_mesh(jax.local_devices()), comm
     )
+
+
+def abort_on_error(runtime: Runtime) -> None:
+    """Makes an uncaught exception on any rank end the whole job.
+
+    The exception is shown as usual, with a note naming the rank; then an
+    MPI abort (or, without MPI, an immediate exit) stops this rank so that
+    the launcher ends the others, instead of leaving them waiting in a
+    collective this rank will never join.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if isinstance(value, BaseException):
+            value.add_note(f"raised on rank {runtime.rank} of {runtime.num_processes}")
+        previous(kind, value, traceback)
+        if runtime.num_processes > 1:
+            sys.stderr.flush()
+            if runtime.comm is not None:
+                runtime.comm.Abort(1)
+            os._exit(1)
+
+    sys.excepthook = hook
 
 
 def _jax_distributed_ready() -> bool:

@@ -9,6 +9,7 @@ parameters it writes must not depend on the backend or the split.
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -20,6 +21,7 @@ def main():
     parser.add_argument("--num_chains", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--fail_rank", type=int, default=-1)
+    parser.add_argument("--kill_rank", type=int, default=-1)
     args = parser.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -30,8 +32,11 @@ def main():
     from l2hmc_jax.targets import u1
 
     runtime = parallel.initialize(args.backend)
+    parallel.abort_on_error(runtime)
     if runtime.rank == args.fail_rank:
-        raise RuntimeError(f"rank {runtime.rank} was told to fail")
+        raise RuntimeError("told to fail")
+    if runtime.rank == args.kill_rank:
+        os.kill(os.getpid(), signal.SIGKILL)
     parallel.check_num_chains(args.num_chains, runtime)
 
     size = (4, 4)
