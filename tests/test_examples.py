@@ -294,8 +294,24 @@ def test_damaged_checkpoint_is_reported(run, tmp_path, damage):
     step = run["config"].train.num_steps
     for path in _state_files(workdir, step):
         damage(path)
+    before = _snapshot(workdir)
     with pytest.raises(CheckpointError, match=os.path.join("checkpoints", str(step))):
         experiment.run(run["config"], workdir, "evaluate")
+    # The failed run removed and overwrote nothing, checkpoints included (it
+    # may have added files, such as a new event file).
+    after = _snapshot(workdir)
+    assert {path: after.get(path) for path in before} == before
+
+
+def _snapshot(workdir):
+    """Every file under ``workdir`` with its contents."""
+    files = {}
+    for dirpath, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, workdir)] = f.read()
+    return files
 
 
 def test_missing_checkpoint_is_reported(tmp_path):
