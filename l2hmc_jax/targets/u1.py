@@ -92,7 +92,7 @@ def _materialised(y: Array) -> Array:
     a new axis of length two makes XLA write ``y`` once; an optimisation
     barrier does not, as XLA's CPU pipeline removes it before fusing.
     """
-    return jnp.stack([y, jnp.zeros_like(y)]).sum(axis=0)
+    return jnp.stack([y, jnp.zeros_like(y)], axis=-1).sum(axis=-1)
 
 
 def charge(x: Array) -> Array:
