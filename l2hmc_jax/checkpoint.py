@@ -40,6 +40,11 @@ class Checkpointer:
         Where the step directories live; created if missing.
     max_to_keep
         Older checkpoints beyond this many are deleted after each save.
+    single_process
+        This process alone uses the checkpointer, even when JAX spans several
+        processes (`jax.distributed`): one process saves, and each may
+        restore on its own. Otherwise Orbax expects every process in every
+        save and restore, and waits for them at barriers.
 
     Notes
     -----
@@ -48,14 +53,29 @@ class Checkpointer:
     so a process killed during a save leaves no half-written step behind.
     """
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_to_keep: int = 3,
+        single_process: bool = False,
+    ):
         if int(max_to_keep) < 1:
             raise ValueError(f"max_to_keep must be at least 1, got {max_to_keep!r}")
         self.directory = os.path.abspath(os.fspath(directory))
+        processes = ocp.options.MultiprocessingOptions()
+        if single_process:
+            # A set of one process that includes this one skips every barrier;
+            # Orbax then leaves creating the directory to the caller.
+            me = jax.process_index()
+            processes = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}
+            )
+            os.makedirs(self.directory, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(max_to_keep),
             enable_async_checkpointing=False,
-            create=True,
+            create=not single_process,
+            multiprocessing_options=processes,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
