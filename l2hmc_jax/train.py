@@ -261,7 +261,9 @@ def make_hmc_warmup(
 
     It runs ``num_steps`` HMC steps at ``beta``, to equilibrate the training
     chains at the start of a beta era; ``beta`` and ``step_size`` are traced,
-    so every era reuses one compiled function.
+    so every era reuses one compiled function. ``rng_key`` is one key, or one
+    key per chain (each chain then draws from its own, whatever the split of
+    the chains over devices and processes).
     """
     num_steps = int(num_steps)
 
@@ -274,7 +276,14 @@ def make_hmc_warmup(
             return kernel(key, state, step_size)[0], None
 
         state = hmc_kernel.init(positions, target)
-        keys = jax.random.split(rng_key, num_steps)
+        if jnp.ndim(rng_key):
+            # Per chain: (num_steps, num_chains), so the scan gives each step
+            # one key per chain.
+            keys = jax.vmap(lambda k: jax.random.split(k, num_steps), out_axes=1)(
+                rng_key
+            )
+        else:
+            keys = jax.random.split(rng_key, num_steps)
         return jax.lax.scan(one, state, keys)[0].position
 
     return warmup
