@@ -9,8 +9,14 @@ flags. Everything a run produces lives in ``workdir``:
 - ``results/{train,l2hmc,hmc}.json``: what each mode measured;
 - ``samples.npz``: the recorded observables of every chain and trajectory;
 - ``summary.json``, ``summary.md`` and ``plots/``: both samplers side by side.
+
+Under several processes (``config.parallel.backend`` "jax" or "mpi"), the
+chains are split over every device of every process, and all processes
+compute; only the main one (rank 0) writes the workdir. Every process reads
+the checkpoints, so every one resumes.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -26,7 +32,7 @@ from examples.common.metrics import MetricsLog
 from examples.common.tensorboard import SummaryWriter
 from examples.u1 import plots, report
 from examples.u1.validation import validate_config
-from l2hmc_jax import adaptation
+from l2hmc_jax import adaptation, parallel
 from l2hmc_jax import loss as loss_lib
 from l2hmc_jax import train as train_lib
 from l2hmc_jax.checkpoint import Checkpointer
@@ -35,7 +41,9 @@ from l2hmc_jax.targets import u1
 MODES = ("train", "evaluate", "hmc", "all")
 
 
-def run(config, workdir: str, mode: str = "all") -> dict | None:
+def run(
+    config, workdir: str, mode: str = "all", runtime: parallel.Runtime | None = None
+) -> dict | None:
     """Runs one mode of the experiment in ``workdir``.
 
     Parameters
@@ -48,6 +56,10 @@ def run(config, workdir: str, mode: str = "all") -> dict | None:
     mode
         ``"train"``, ``"evaluate"`` (the trained sampler), ``"hmc"`` (the
         baseline) or ``"all"`` (the three in turn).
+    runtime
+        From `l2hmc_jax.parallel.initialize`; by default it is initialized
+        here with ``config.parallel.backend``. Every process must call `run`
+        with the same arguments.
 
     Returns
     -------
@@ -58,23 +70,63 @@ def run(config, workdir: str, mode: str = "all") -> dict | None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
+    if runtime is None:
+        runtime = parallel.initialize(config.parallel.backend)
+    check_chains(config, runtime)
+    if runtime.is_main:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
 
-    with (
-        jax.enable_x64(config.precision == "float64"),
-        SummaryWriter(os.path.join(workdir, "tensorboard")) as writer,
-    ):
+    writer = contextlib.nullcontext()
+    if runtime.is_main:
+        writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    with jax.enable_x64(config.precision == "float64"), writer:
+        # The other processes get None and write nothing.
+        writer = writer if runtime.is_main else None
         if mode in ("train", "all"):
-            finished = train(config, workdir, writer)
+            finished = train(config, workdir, writer, runtime)
             if not finished:
                 return None
         if mode in ("evaluate", "all"):
-            evaluate(config, workdir, writer)
+            evaluate(config, workdir, writer, runtime)
         if mode in ("hmc", "all"):
-            run_hmc(config, workdir, writer)
-    return write_summary(config, workdir)
+            run_hmc(config, workdir, writer, runtime)
+    if runtime.is_main:
+        summary = write_summary(config, workdir)
+    _barrier(runtime)
+    if not runtime.is_main:
+        with open(os.path.join(workdir, "summary.json")) as f:
+            summary = json.load(f)
+    return summary
+
+
+def check_chains(config, runtime: parallel.Runtime) -> None:
+    """Raises unless the chain counts split evenly over every device in use."""
+    for name in ("train.num_chains", "eval.num_chains"):
+        section, field = name.split(".")
+        try:
+            parallel.check_num_chains(config[section][field], runtime)
+        except ValueError as error:
+            raise ValueError(f"config.{name}: {error}") from None
+
+
+def _barrier(runtime):
+    # A collective that every process enters: the main one has finished
+    # writing what came before it.
+    parallel.broadcast_from_main(np.zeros((), np.int32), runtime)
+
+
+def _chain_keys(rng_key, num_chains, runtime):
+    """One key per chain of the whole run; this process's share, on its devices."""
+    keys = jax.random.split(rng_key, num_chains)
+    return parallel.shard_chains(parallel.local_chains(keys, runtime), runtime)
+
+
+def _local_tree(tree, runtime):
+    """This process's chains of every leaf (leading chain axis), on its devices."""
+    local = jax.tree.map(lambda x: parallel.local_chains(x, runtime), tree)
+    return parallel.shard_chains(local, runtime)
 
 
 def _dtype(config):
@@ -142,40 +194,94 @@ def make_optimizer(config):
     )
 
 
-def _checkpointer(config, workdir):
+def _checkpoints_dir(workdir):
+    return os.path.join(workdir, "checkpoints")
+
+
+def _checkpointer(config, workdir, runtime):
+    # Each process opens its own: the main one to write, the others to read.
     return Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.train.max_checkpoints
+        _checkpoints_dir(workdir),
+        config.train.max_checkpoints,
+        single_process=runtime.num_processes > 1,
     )
 
 
-def train(config, workdir: str, writer: SummaryWriter) -> bool:
-    """Trains (or resumes training) and checkpoints; True once all steps are done."""
-    with _checkpointer(config, workdir) as checkpointer:
-        return _train_loop(config, workdir, writer, checkpointer)
+def _restore_latest(config, workdir, runtime, like):
+    """The latest checkpoint restored into ``like``'s structure, or None."""
+    # Opening a checkpointer creates its directory, which only the main
+    # process may do.
+    if not runtime.is_main and not os.path.isdir(_checkpoints_dir(workdir)):
+        return None
+    with _checkpointer(config, workdir, runtime) as checkpointer:
+        if checkpointer.latest_step() is None:
+            return None
+        state, _ = checkpointer.restore(like, expected=checkpoint_metadata(config))
+    return state
 
 
-def _train_loop(config, workdir, writer, checkpointer) -> bool:
+def _place_train_state(state, runtime):
+    """Parameters and optimizer state on every device, chains split over them."""
+    return train_lib.TrainState(
+        parallel.replicate(state.step, runtime),
+        parallel.replicate(state.params, runtime),
+        parallel.replicate(state.opt_state, runtime),
+        _local_tree(state.positions, runtime),
+    )
+
+
+def _host_train_state(state, runtime):
+    """The whole train state as numpy on every process (a collective)."""
+    return train_lib.TrainState(
+        *parallel.to_host((state.step, state.params, state.opt_state), runtime),
+        parallel.gather_chains(state.positions, runtime),
+    )
+
+
+def train(config, workdir: str, writer: SummaryWriter | None, runtime=None) -> bool:
+    """Trains (or resumes training) and checkpoints; True once all steps are done.
+
+    ``writer`` is None on the processes other than the main one, which write
+    nothing.
+    """
+    if runtime is None:
+        runtime = parallel.initialize("none")
+    if not runtime.is_main:
+        return _train_loop(config, workdir, writer, None, runtime)
+    with _checkpointer(config, workdir, runtime) as checkpointer:
+        return _train_loop(config, workdir, writer, checkpointer, runtime)
+
+
+def _train_loop(config, workdir, writer, checkpointer, runtime) -> bool:
     size = tuple(config.lattice.size)
     dtype = _dtype(config)
     cfg = config.train
     metadata = checkpoint_metadata(config)
     metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+    is_main = runtime.is_main
 
     def target_fn(beta):
         return u1.target(beta, size)
 
     sampler = make_sampler(config, config.lattice.beta_init)
     optimizer = make_optimizer(config)
-    state = initial_train_state(config, sampler, optimizer)
+    state = jax.device_get(initial_train_state(config, sampler, optimizer))
+    # The same seed gives every process the same parameters; taking the main
+    # one's keeps that true whatever the platform does with the seed.
+    params = parallel.broadcast_from_main(state.params, runtime)
+    state = train_lib.init_train_state(params, optimizer, state.positions)
     start = 0
-    if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(state, expected=metadata)
+    restored = _restore_latest(config, workdir, runtime, jax.device_get(state))
+    if restored is not None:
+        state = restored
         start = int(state.step)
         logging.info("Resuming training from the checkpoint at step %d.", start)
-    metrics_log.truncate(start)
+    if is_main:
+        metrics_log.truncate(start)
     if start >= cfg.num_steps:
         logging.info("Training already finished (%d steps).", start)
         return True
+    state = _place_train_state(state, runtime)
 
     betas = train_lib.beta_schedule(
         cfg.num_steps,
@@ -195,11 +301,12 @@ def _train_loop(config, workdir, writer, checkpointer) -> bool:
         plaquette_weight=config.loss.plaquette_weight,
         burn_in_weight=config.loss.burn_in_weight,
     )
-    train_step = train_lib.make_train_step(
-        sampler, optimizer, loss_config, target_fn=target_fn
+    train_step = parallel.make_train_step(
+        sampler, optimizer, runtime, loss_config, target_fn=target_fn
     )
     # Keys depend on the step only, so a resumed run repeats exactly what an
-    # uninterrupted one would have done.
+    # uninterrupted one would have done; one per chain, so it also does not
+    # depend on how the chains are split.
     key_train = _keys(config)["train"]
 
     logging.info(
@@ -217,21 +324,27 @@ def _train_loop(config, workdir, writer, checkpointer) -> bool:
         initial=start,
         total=cfg.num_steps,
         desc="train",
-        disable=not config.progress,
+        disable=not (config.progress and is_main),
+    )
+    warmup_step_size = parallel.replicate(
+        np.asarray(cfg.warmup_step_size, dtype), runtime
     )
     for step in steps:
-        beta = jnp.asarray(betas[step], dtype)
+        beta = parallel.replicate(np.asarray(betas[step], dtype), runtime)
         key_warmup, key_step = jax.random.split(jax.random.fold_in(key_train, step))
         if warmup is not None and step in era_starts:
             positions = warmup(
-                key_warmup,
+                _chain_keys(key_warmup, cfg.num_chains, runtime),
                 state.positions,
                 beta,
-                jnp.asarray(cfg.warmup_step_size, dtype),
+                warmup_step_size,
             )
             state = state._replace(positions=positions)
-        state, metrics = train_step(state, train_lib.TrainBatch(key_step, beta))
-        for name, value in jax.device_get(metrics).items():
+        batch = train_lib.TrainBatch(
+            _chain_keys(key_step, cfg.num_chains, runtime), beta
+        )
+        state, metrics = train_step(state, batch)
+        for name, value in parallel.to_host(metrics, runtime).items():
             sums[name] = sums.get(name, 0.0) + float(value)
         count += 1
 
@@ -239,9 +352,10 @@ def _train_loop(config, workdir, writer, checkpointer) -> bool:
         if done % cfg.log_every == 0 or done == cfg.num_steps:
             means = {name: total / count for name, total in sums.items()}
             means["beta"] = float(betas[step])
-            metrics_log.write(done, means)
-            writer.scalars(done, {f"train/{k}": v for k, v in means.items()})
-            writer.flush()
+            if is_main:
+                metrics_log.write(done, means)
+                writer.scalars(done, {f"train/{k}": v for k, v in means.items()})
+                writer.flush()
             logging.info(
                 "step %d: beta %.3g, loss %.4g, acceptance %.3f, |dQ_sin| %.3g",
                 done,
@@ -252,30 +366,48 @@ def _train_loop(config, workdir, writer, checkpointer) -> bool:
             )
             sums, count = {}, 0
         if done % cfg.checkpoint_every == 0 or done == cfg.num_steps:
-            checkpointer.save(done, state, metadata)
+            # Every process takes part in gathering the chains.
+            host_state = _host_train_state(state, runtime)
+            if is_main:
+                checkpointer.save(done, host_state, metadata)
         if cfg.stop_after and done - start >= cfg.stop_after:
             logging.warning(
                 "Stopping after %d steps (config.train.stop_after).", done - start
             )
             return False
 
-    result = {
-        "num_steps": cfg.num_steps,
-        "resumed_from": start,
-        # Of this invocation only: steps before a resume were timed elsewhere.
-        "seconds": time.perf_counter() - start_time,
-        "final_metrics": metrics_log.read()[-1],
-    }
-    _write_result(workdir, "train", result)
+    if is_main:
+        result = {
+            "num_steps": cfg.num_steps,
+            "resumed_from": start,
+            # Of this invocation only: steps before a resume were timed
+            # elsewhere.
+            "seconds": time.perf_counter() - start_time,
+            "final_metrics": metrics_log.read()[-1],
+        }
+        _write_result(workdir, "train", result)
     return True
 
 
-def run_chain(rng_key, algorithm, positions, config, *, params=None, desc="sample"):
+def run_chain(
+    rng_key,
+    algorithm,
+    positions,
+    config,
+    *,
+    params=None,
+    desc="sample",
+    runtime: parallel.Runtime | None = None,
+):
     """Thermalises, then records ``config.eval.num_steps`` trajectories.
 
     The chain runs in blocks of ``config.eval.num_burnin`` trajectories; the
     first block, which also pays for compilation, is the discarded
     thermalisation, so the timing of the others is sampling alone.
+
+    ``positions`` (or a state) hold this process's chains, placed by
+    `_local_tree`; ``params`` are replicated. Each chain draws from its own
+    key, and every process gets the trace of all the chains.
 
     Returns
     -------
@@ -284,15 +416,19 @@ def run_chain(rng_key, algorithm, positions, config, *, params=None, desc="sampl
     seconds_per_trajectory
         Wall time per trajectory (all chains at once) after thermalisation.
     """
+    if runtime is None:
+        runtime = parallel.initialize("none")
     block = config.eval.num_burnin
     num_blocks = 1 + config.eval.num_steps // block
+    num_chains = config.eval.num_chains
+    disable = not (config.progress and runtime.is_main)
     state, traces, seconds = positions, [], 0.0
-    for i in tqdm(range(num_blocks), desc=desc, disable=not config.progress):
+    for i in tqdm(range(num_blocks), desc=desc, disable=disable):
         start = time.perf_counter()
-        state, trace = l2hmc_jax.sample(
-            jax.random.fold_in(rng_key, i), algorithm, state, block, params=params
-        )
-        trace = jax.device_get(trace)
+        keys = _chain_keys(jax.random.fold_in(rng_key, i), num_chains, runtime)
+        state, trace = l2hmc_jax.sample(keys, algorithm, state, block, params=params)
+        # Chains are the second axis of a trace.
+        trace = {k: parallel.gather_chains(v.T, runtime).T for k, v in trace.items()}
         if i > 0:
             seconds += time.perf_counter() - start
             traces.append(trace)
@@ -300,22 +436,26 @@ def run_chain(rng_key, algorithm, positions, config, *, params=None, desc="sampl
     return trace, seconds / config.eval.num_steps
 
 
-def evaluate(config, workdir: str, writer: SummaryWriter) -> dict:
+def evaluate(config, workdir: str, writer: SummaryWriter | None, runtime=None) -> dict:
     """Samples at beta_final with the latest trained parameters.
 
     The chains continue the first ``config.eval.num_chains`` training chains.
     """
+    if runtime is None:
+        runtime = parallel.initialize("none")
     beta = config.lattice.beta_final
     sampler = make_sampler(config, beta)
     like = jax.eval_shape(
         lambda: initial_train_state(config, sampler, make_optimizer(config))
     )
-    with _checkpointer(config, workdir) as checkpointer:
-        if checkpointer.latest_step() is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {checkpointer.directory}: run --mode=train first"
-            )
-        state, _ = checkpointer.restore(like, expected=checkpoint_metadata(config))
+    # The main process may have just saved the checkpoint read here.
+    _barrier(runtime)
+    state = _restore_latest(config, workdir, runtime, like)
+    if state is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {os.path.abspath(_checkpoints_dir(workdir))}: run "
+            "--mode=train first"
+        )
     trained_steps = int(state.step)
     if trained_steps < config.train.num_steps:
         logging.warning(
@@ -337,10 +477,11 @@ def evaluate(config, workdir: str, writer: SummaryWriter) -> dict:
     trace, seconds = run_chain(
         _keys(config)["l2hmc"],
         sampler,
-        positions,
+        _local_tree(positions, runtime),
         config,
-        params=state.params,
+        params=parallel.replicate(state.params, runtime),
         desc="l2hmc",
+        runtime=runtime,
     )
     result = report.measure(
         trace,
@@ -356,8 +497,14 @@ def evaluate(config, workdir: str, writer: SummaryWriter) -> dict:
     return result
 
 
-def run_hmc(config, workdir: str, writer: SummaryWriter) -> dict:
-    """The HMC baseline at beta_final, its step size tuned by dual averaging."""
+def run_hmc(config, workdir: str, writer: SummaryWriter | None, runtime=None) -> dict:
+    """The HMC baseline at beta_final, its step size tuned by dual averaging.
+
+    Every process adapts the step size on all the chains, which gives each the
+    same step size and state; then the chains are split for sampling.
+    """
+    if runtime is None:
+        runtime = parallel.initialize("none")
     beta = config.lattice.beta_final
     size = tuple(config.lattice.size)
     target = u1.target(beta, size)
@@ -381,7 +528,14 @@ def run_hmc(config, workdir: str, writer: SummaryWriter) -> dict:
     )
     logging.info("HMC step size %.4g.", adapted.step_size)
     algorithm = l2hmc_jax.hmc(target, adapted.step_size, num_steps)
-    trace, seconds = run_chain(key_chain, algorithm, adapted.state, config, desc="hmc")
+    trace, seconds = run_chain(
+        key_chain,
+        algorithm,
+        _local_tree(jax.device_get(adapted.state), runtime),
+        config,
+        desc="hmc",
+        runtime=runtime,
+    )
     result = report.measure(
         trace,
         beta=beta,
@@ -396,11 +550,13 @@ def run_hmc(config, workdir: str, writer: SummaryWriter) -> dict:
 
 
 def _finish_sampler(workdir, writer, name, result, trace, step):
+    logging.info("%s: %s", name, report.one_line(result))
+    if writer is None:
+        return
     _write_result(workdir, name, result)
     _update_samples(workdir, name, trace)
     writer.scalars(step, report.scalars(name, result))
     writer.flush()
-    logging.info("%s: %s", name, report.one_line(result))
 
 
 def _results_dir(workdir):

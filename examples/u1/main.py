@@ -7,9 +7,14 @@ Usage, from the repository root::
         [--config.precision=float64] [--config.train.num_steps=1000]
 
 Rerunning with the same workdir resumes training from its latest checkpoint.
+
+Several processes, one per GPU or per node, share the chains when launched
+with ``mpiexec -n R python examples/u1/main.py ... --config.parallel.backend=jax``
+(or ``=mpi``); only rank 0 writes the workdir. See ``MULTINODE.md``.
 """
 
 import logging as pylogging
+import os
 import pathlib
 import sys
 
@@ -19,10 +24,13 @@ _ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from examples.u1 import experiment  # noqa: E402
+from examples.u1.validation import validate_config  # noqa: E402
+from l2hmc_jax import parallel  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, e.g. examples/u1/configs/default.py."
@@ -41,11 +49,65 @@ class _QuietOrbax(pylogging.Filter):
         return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
+# Launchers whose variables jax.distributed reads by itself.
+_JAX_KNOWN_LAUNCHERS = ("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def join_jax_peers(backend: str) -> None:
+    """Starts jax.distributed through mpi4py where JAX cannot find its peers.
+
+    JAX detects Open MPI and Slurm launches, but not others, such as Cray
+    MPICH under PBS on Polaris; there it would ask for a coordinator address
+    and the process count. mpi4py knows both; `parallel.initialize` then
+    finds jax.distributed running and uses it.
+    """
+    if backend != "jax" or parallel.launched_ranks() == 1:
+        return
+    if any(name in os.environ for name in _JAX_KNOWN_LAUNCHERS):
+        return
+    # As in parallel.initialize: CPU processes exchange data through gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(cluster_detection_method="mpi4py")
+
+
+def log_runtime(runtime: parallel.Runtime, config) -> None:
+    """One line per process: its rank, its devices and its chains per device."""
+    devices = runtime.num_devices
+    if runtime.backend == "mpi":
+        devices *= runtime.num_processes
+    local = jax.local_devices()
+    logging.info(
+        "Rank %d of %d (parallel backend %r): %d local %s device(s) of %d in "
+        "all; %d training and %d evaluation chains per device.",
+        runtime.rank,
+        runtime.num_processes,
+        runtime.backend,
+        len(local),
+        local[0].platform,
+        devices,
+        config.train.num_chains // devices,
+        config.eval.num_chains // devices,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    # A bad value is named before any process waits for the others.
+    validate_config(config)
+    # Before any other JAX call: jax.distributed must join its peers before
+    # the backend starts.
+    join_jax_peers(config.parallel.backend)
+    runtime = parallel.initialize(config.parallel.backend)
+    parallel.abort_on_error(runtime)
     logging.get_absl_handler().addFilter(_QuietOrbax())
-    summary = experiment.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    experiment.check_chains(config, runtime)
+    log_runtime(runtime, config)
+    if not runtime.is_main:
+        # The main process reports the run; the others only their warnings.
+        logging.set_verbosity(logging.WARNING)
+    summary = experiment.run(config, _WORKDIR.value, _MODE.value, runtime)
     if summary is None:
         logging.info("Training stopped early; rerun to resume.")
     else:

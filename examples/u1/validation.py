@@ -3,7 +3,7 @@
 import math
 import numbers
 
-from l2hmc_jax import networks
+from l2hmc_jax import networks, parallel
 from l2hmc_jax.kernels.l2hmc import PROPOSALS
 
 PRECISIONS = ("float32", "float64")
@@ -83,6 +83,7 @@ def validate_config(config) -> None:
     c.one_of("precision", PRECISIONS)
     c.require("progress", lambda v: isinstance(v, bool), "True or False")
     c.require("seed", _is_int, "an integer")
+    c.one_of("parallel.backend", parallel.BACKENDS)
 
     c.require(
         "lattice.size",

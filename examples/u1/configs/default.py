@@ -16,6 +16,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Show tqdm progress bars on stderr.
     config.progress = True
 
+    config.parallel = ml_collections.ConfigDict()
+    # How processes share the chains: "none" (one process; its chains are
+    # still split over its local devices), "jax" (jax.distributed: one mesh
+    # over every process's devices; the default choice on GPU clusters) or
+    # "mpi" (mpi4jax: an MPI allreduce of the gradients). Under mpiexec with
+    # several ranks, "none" is refused. Chain counts must divide evenly over
+    # all devices in use.
+    config.parallel.backend = "none"
+
     config.lattice = ml_collections.ConfigDict()
     config.lattice.size = (16, 16)
     # Training anneals beta upward; evaluation and HMC run at beta_final.

@@ -12,6 +12,10 @@ from examples.u1.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
+    # Run on one GPU as it is; over several GPUs or nodes, launch_pbs.sh (or
+    # mpiexec with --config.parallel.backend=jax or mpi) splits the chains,
+    # and both chain counts must be multiples of the number of GPUs.
+    config.parallel.backend = "none"
     config.lattice.beta_init = 1.0
     config.lattice.beta_final = 6.0
     config.sampler.num_layers = 10

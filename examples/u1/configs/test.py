@@ -8,6 +8,9 @@ from examples.u1.configs import default
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.progress = False
+    # One process; tests/test_examples_mpi.py picks "jax" or "mpi" on the
+    # command line.
+    config.parallel.backend = "none"
     config.lattice.size = (4, 4)
     config.lattice.beta_init = 1.0
     config.lattice.beta_final = 2.0
