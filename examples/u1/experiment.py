@@ -78,12 +78,14 @@ def run(
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config.to_dict(), f, indent=2)
 
-    writer = contextlib.nullcontext()
+    # The other processes get None for a writer, and write nothing.
+    writer = None
     if runtime.is_main:
         writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    with jax.enable_x64(config.precision == "float64"), writer:
-        # The other processes get None and write nothing.
-        writer = writer if runtime.is_main else None
+    with (
+        jax.enable_x64(config.precision == "float64"),
+        writer or contextlib.nullcontext(),
+    ):
         if mode in ("train", "all"):
             finished = train(config, workdir, writer, runtime)
             if not finished:
