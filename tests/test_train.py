@@ -172,6 +172,22 @@ def test_hmc_warmup_equilibrates_at_the_era_beta():
     assert abs(plaquette.mean() - exact) < 4 * error, (plaquette.mean(), exact)
 
 
+def test_hmc_warmup_with_one_key_per_chain_does_not_depend_on_the_split():
+    # What makes sharded and multi-process warmups agree: a chain's moves
+    # depend on its own key and position only.
+    size = (4, 4)
+    warmup = train.make_hmc_warmup(lambda beta: u1.target(beta, size), 3, 2)
+    positions = u1.random_links(jax.random.key(22), 8, size)
+    keys = jax.random.split(jax.random.key(23), 8)
+    beta, step_size = jnp.float32(2.0), jnp.float32(0.2)
+    whole = warmup(keys, positions, beta, step_size)
+    halves = [
+        warmup(keys[i : i + 4], positions[i : i + 4], beta, step_size) for i in (0, 4)
+    ]
+    np.testing.assert_array_equal(whole, np.concatenate(halves))
+    assert not np.array_equal(whole, positions)
+
+
 def test_trained_sampler_is_exact_on_u1():
     beta, size = 2.0, (4, 4)
     target = u1.target(beta, size)
