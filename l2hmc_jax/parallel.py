@@ -9,7 +9,8 @@ Across processes there are two backends, picked by `initialize`:
 
 ``"jax"``
     JAX's multi-controller runtime (`jax.distributed.initialize`, which finds
-    its peers under ``mpiexec`` or PBS by itself). The mesh spans every
+    its peers under Open MPI or Slurm by itself, and through mpi4py under
+    other launchers such as Cray MPICH on PBS). The mesh spans every
     process's devices, so the same compiled step runs over all of them.
 ``"mpi"``
     mpi4jax: each process shards its own chains over its local devices, and
@@ -44,6 +45,9 @@ BACKENDS = ("none", "jax", "mpi")
 # Variables that MPI launchers set in every rank (Open MPI, MPICH/Hydra, PMIx,
 # Slurm), read to tell a multi-rank launch from a single process.
 _RANK_COUNT_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+# Launches that jax.distributed recognises by itself; under others (Cray
+# MPICH with PALS on Polaris, MPICH Hydra) it asks mpi4py for its peers.
+_JAX_DETECTED_LAUNCHERS = ("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
 
 
 class Runtime(NamedTuple):
@@ -125,7 +129,10 @@ def initialize(backend: str = "none") -> Runtime:
             # CPU processes exchange data through gloo; GPUs use NCCL and
             # ignore this setting.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            jax.distributed.initialize()
+            detected = any(name in os.environ for name in _JAX_DETECTED_LAUNCHERS)
+            jax.distributed.initialize(
+                cluster_detection_method=None if detected else "mpi4py"
+            )
         return Runtime(
             "jax", jax.process_index(), jax.process_count(), chain_mesh(jax.devices())
         )

@@ -14,7 +14,6 @@ with ``mpiexec -n R python examples/u1/main.py ... --config.parallel.backend=jax
 """
 
 import logging as pylogging
-import os
 import pathlib
 import sys
 
@@ -50,26 +49,6 @@ class _QuietOrbax(pylogging.Filter):
 
 
 # Launchers whose variables jax.distributed reads by itself.
-_JAX_KNOWN_LAUNCHERS = ("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
-
-
-def join_jax_peers(backend: str) -> None:
-    """Starts jax.distributed through mpi4py where JAX cannot find its peers.
-
-    JAX detects Open MPI and Slurm launches, but not others, such as Cray
-    MPICH under PBS on Polaris; there it would ask for a coordinator address
-    and the process count. mpi4py knows both; `parallel.initialize` then
-    finds jax.distributed running and uses it.
-    """
-    if backend != "jax" or parallel.launched_ranks() == 1:
-        return
-    if any(name in os.environ for name in _JAX_KNOWN_LAUNCHERS):
-        return
-    # As in parallel.initialize: CPU processes exchange data through gloo.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(cluster_detection_method="mpi4py")
-
-
 def log_runtime(runtime: parallel.Runtime, config) -> None:
     """One line per process: its rank, its devices and its chains per device."""
     devices = runtime.num_devices
@@ -98,7 +77,6 @@ def main(argv):
     validate_config(config)
     # Before any other JAX call: jax.distributed must join its peers before
     # the backend starts.
-    join_jax_peers(config.parallel.backend)
     runtime = parallel.initialize(config.parallel.backend)
     parallel.abort_on_error(runtime)
     logging.get_absl_handler().addFilter(_QuietOrbax())
