@@ -218,15 +218,18 @@ def measure_chains(config, num_chains):
                 seconds["l2hmc"], seconds[name]
             ),
         }
-    return figures
+    return figures, train_compiled, train_compile
 
 
-def train_memory(config, num_layers, num_chains, remat):
-    """Bytes the compiled train step needs, from XLA's memory analysis."""
-    _, step, state, batch = train_setup(config, num_layers, num_chains, remat)
-    start = time.perf_counter()
-    compiled = jax.jit(step).lower(state, batch).compile()
-    seconds = time.perf_counter() - start
+def train_memory(config, num_layers, num_chains, remat, compiled=None):
+    """Bytes the compiled train step needs, from XLA's memory analysis.
+
+    ``compiled`` is an already compiled step of that shape, to reuse.
+    """
+    seconds = None
+    if compiled is None:
+        _, step, state, batch = train_setup(config, num_layers, num_chains, remat)
+        compiled, seconds = harness.compile_function(step, state, batch)
     memory = compiled.memory_analysis()
     if memory is None:
         return {"available": False, "compile_seconds": seconds}
@@ -262,7 +265,7 @@ def main(argv):
         "rounds": _ROUNDS.value,
         "memory_layers": _MEMORY_LAYERS.value,
         "memory_chains": _MEMORY_CHAINS.value,
-        "memory_without_remat": True,
+        "memory_remat": [True, False],
         "matmul_size": _MATMUL_SIZE.value,
         "seed": _SEED.value,
     }
@@ -275,8 +278,9 @@ def main(argv):
             trajectories=1,
             rounds=2,
             memory_layers=1,
-            memory_without_remat=False,
+            # The train step measured above: its memory costs no compile.
             memory_chains=16,
+            memory_remat=[False],
             matmul_size=256,
         )
 
@@ -284,14 +288,18 @@ def main(argv):
     figures["matmul_flops_per_second"] = matmul_flops_per_second(
         config["matmul_size"], 5
     )
+    compiled_steps = {}
     for num_chains in config["num_chains"]:
         logging.info("Measuring %d chains.", num_chains)
-        figures["chains"][str(num_chains)] = measure_chains(config, num_chains)
+        fig, compiled, _ = measure_chains(config, num_chains)
+        figures["chains"][str(num_chains)] = fig
+        compiled_steps[(config["num_layers"], num_chains, False)] = compiled
     memory = {}
-    for remat in (True, False)[: 1 + config["memory_without_remat"]]:
-        logging.info("Compiling the memory check (remat=%s).", remat)
+    for remat in config["memory_remat"]:
+        logging.info("The memory check (remat=%s).", remat)
+        shape = (config["memory_layers"], config["memory_chains"], remat)
         memory["remat" if remat else "no_remat"] = train_memory(
-            config, config["memory_layers"], config["memory_chains"], remat
+            config, *shape, compiled=compiled_steps.get(shape)
         )
     figures["train_memory"] = memory
     figures["peak_rss_bytes"] = harness.peak_rss_bytes()

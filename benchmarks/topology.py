@@ -141,6 +141,13 @@ def train_l2hmc(config, beta, key):
             positions = warmup(key_warmup, state.positions, b, jnp.float32(0.1))
             state = state._replace(positions=positions)
         state, metrics = train_step(state, train_lib.TrainBatch(key_step, b))
+        if (step + 1) % 100 == 0:
+            logging.info(
+                "step %d, beta %.3g: acceptance %.3f",
+                step + 1,
+                float(b),
+                float(metrics["acceptance"]),
+            )
     jax.block_until_ready(state)
     seconds = time.perf_counter() - start
     final = {k: float(v) for k, v in jax.device_get(metrics).items()}
