@@ -44,12 +44,7 @@ from l2hmc_jax import adaptation, diagnostics  # noqa: E402
 from l2hmc_jax import train as train_lib  # noqa: E402
 from l2hmc_jax.targets import toy  # noqa: E402
 
-TARGETS = {
-    "ill_conditioned_gaussian": toy.ill_conditioned_gaussian,
-    "strongly_correlated_gaussian": toy.strongly_correlated_gaussian,
-    "rough_well": toy.rough_well,
-    "mixture_of_gaussians": toy.mixture_of_gaussians,
-}
+TARGETS = toy.TARGETS
 # Ratios Levy et al. (2018) report for ESS per gradient, L2HMC over HMC.
 PAPER_RATIOS = {
     "ill_conditioned_gaussian": 37.0,

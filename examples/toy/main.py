@@ -32,12 +32,7 @@ from l2hmc_jax import adaptation, diagnostics  # noqa: E402
 from l2hmc_jax import train as train_lib  # noqa: E402
 from l2hmc_jax.targets import toy  # noqa: E402
 
-TARGETS = {
-    "ill_conditioned_gaussian": toy.ill_conditioned_gaussian,
-    "strongly_correlated_gaussian": toy.strongly_correlated_gaussian,
-    "rough_well": toy.rough_well,
-    "mixture_of_gaussians": toy.mixture_of_gaussians,
-}
+TARGETS = toy.TARGETS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the summary.")
 _TARGET = flags.DEFINE_enum(

@@ -248,3 +248,12 @@ def _rough_well_variance(eta: float, points_per_period: int = _POINTS_PER_PERIOD
         mass = mass * rescale + weights.sum()
         second_moment = second_moment * rescale + (x**2 * weights).sum()
     return second_moment / mass
+
+
+# The four densities by name, for scripts that pick one from a flag.
+TARGETS = {
+    "ill_conditioned_gaussian": ill_conditioned_gaussian,
+    "strongly_correlated_gaussian": strongly_correlated_gaussian,
+    "rough_well": rough_well,
+    "mixture_of_gaussians": mixture_of_gaussians,
+}
