@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from l2hmc_jax import diagnostics, l2hmc, sample, train
+from l2hmc_jax import adaptation, diagnostics, hmc, l2hmc, sample, train
 from l2hmc_jax import loss as loss_lib
 from l2hmc_jax.targets import toy, u1, u1_exact
 
@@ -159,6 +159,23 @@ def test_optimizer_options():
         assert np.all(np.isfinite(np.asarray(updates["w"])))
 
 
+def test_step_sizes_can_have_their_own_learning_rate():
+    sampler = l2hmc(u1.target(2.0, (4, 4)), 2, network_kwargs={"hidden_sizes": (4,)})
+    params = sampler.init_params(jax.random.key(0))
+    grads = jax.tree.map(jnp.ones_like, params)
+    optimizer = train.make_optimizer(1e-4, clip_norm=None, step_size_learning_rate=1e-2)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    # Adam's first step moves every parameter by its learning rate.
+    for name in ("log_eps_x", "log_eps_v"):
+        np.testing.assert_allclose(updates[name], -1e-2, rtol=1e-4)
+    for leaf in jax.tree.leaves((updates["xnet"], updates["vnet"])):
+        np.testing.assert_allclose(leaf, -1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="step_size_learning_rate"):
+        train.make_optimizer(1e-3, step_size_learning_rate=0.0)
+    with pytest.raises(ValueError, match="L2HMC parameters"):
+        optimizer.init(jnp.ones(3))
+
+
 def test_hmc_warmup_equilibrates_at_the_era_beta():
     size = (4, 4)
     warmup = train.make_hmc_warmup(lambda beta: u1.target(beta, size), 200, 5)
@@ -209,6 +226,71 @@ def test_trained_sampler_is_exact_on_u1():
     }
     plaquette = np.asarray(trace["plaquette"], np.float64)[100:]
     charge = np.asarray(trace["charge"], np.float64)[100:]
+    for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
+        mean, error = diagnostics.mean_and_error(values)
+        assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
+
+
+def _per_chain_tunneling(charges) -> np.ndarray:
+    charges = np.rint(np.asarray(charges, np.float64))
+    return np.abs(np.diff(charges, axis=0)).mean(axis=0)
+
+
+def test_training_on_u1_beats_hmc_with_the_same_leapfrog_layers():
+    # 8 x 8 at beta = 3; L2HMC with N = 4 runs 2N = 8 layers per proposal,
+    # against HMC with 8 leapfrog steps. In a scan of step sizes from 0.15 to
+    # 0.28, HMC never tunnelled more than 0.16 per step (0.155 when tuned to
+    # 0.8 acceptance). In six runs of this test with other seeds the trained
+    # sampler tunnelled 0.208 to 0.211 per step, 1.28 to 1.32 times the best
+    # HMC below and 16 to 19 standard errors above it; the margin asserted
+    # is 1.2. Most of the gain comes from the per-layer step sizes: with the
+    # networks frozen at zero a similar run reached 0.22.
+    beta, size, num_steps = 3.0, (8, 8), 8
+    target = u1.target(beta, size)
+    start = u1.random_links(jax.random.key(30), 256, size)
+    tuned = adaptation.find_step_size(jax.random.key(31), target, start, num_steps)
+    positions = tuned.state.position
+
+    def rates(algorithm, params=None):
+        _, trace = sample(jax.random.key(32), algorithm, positions, 300, params=params)
+        return trace, _per_chain_tunneling(trace["charge"])
+
+    # The HMC baseline is tuned to 0.8 acceptance (DESIGN.md); longer steps
+    # do not make it tunnel more, but the best of three is what L2HMC has
+    # to beat.
+    hmc_rates = {
+        factor: rates(hmc(target, factor * tuned.step_size, num_steps))[1]
+        for factor in (1.0, 1.2, 1.4)
+    }
+    best = max(hmc_rates, key=lambda factor: hmc_rates[factor].mean())
+
+    sampler = l2hmc(
+        target,
+        num_steps // 2,
+        step_size=tuned.step_size,
+        network_kwargs={"hidden_sizes": (32, 32)},
+    )
+    params = sampler.init_params(jax.random.key(33))
+    optimizer = train.make_optimizer(3e-4, step_size_learning_rate=1e-2)
+    state = train.init_train_state(params, optimizer, positions[:64])
+    step = train.make_train_step(sampler, optimizer, loss_lib.LossConfig(scale=0.01))
+    for key in jax.random.split(jax.random.key(34), 300):
+        state, _ = step(state, train.TrainBatch(key, jnp.float32(beta)))
+    trace, l2hmc_rates = rates(sampler, state.params)
+
+    difference = l2hmc_rates.mean() - hmc_rates[best].mean()
+    error = np.hypot(l2hmc_rates.std(), hmc_rates[best].std()) / np.sqrt(256)
+    summary = (l2hmc_rates.mean(), {k: v.mean() for k, v in hmc_rates.items()})
+    assert difference > 4 * error, summary
+    assert l2hmc_rates.mean() > 1.2 * hmc_rates[best].mean(), summary
+
+    # The trained sampler is still exact.
+    exact = {
+        "plaquette": u1_exact.mean_plaquette(beta, size),
+        "charge_squared": u1_exact.mean_charge_squared(beta, size),
+    }
+    plaquette = np.asarray(trace["plaquette"], np.float64)[50:]
+    charge = np.asarray(trace["charge"], np.float64)[50:]
     for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
         mean, error = diagnostics.mean_and_error(values)
         assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
