@@ -10,7 +10,7 @@ At each chain count it measures, in one process:
 - evaluation trajectories per second, chains times trajectories over wall
   seconds, for the trained kernel run by `lax.scan`;
 - HMC trajectories of ``2N`` leapfrog steps (as many leapfrog layers as one
-  merged L2HMC proposal) and of ``4N`` (as many force evaluations), timed in
+  merged L2HMC proposal) and of ``2N + 1`` (as many force evaluations), timed in
   alternation with the L2HMC ones, and the median ratio of seconds;
 - compile seconds of each;
 - FLOP/s achieved, from XLA's cost analysis, against the FLOP/s of a large
@@ -167,7 +167,7 @@ def measure_chains(config, num_chains):
         l2hmc_run, key, chains, state.params
     )
     hmc = {}
-    for name, num_steps in (("hmc_same_layers", 2 * n), ("hmc_same_forces", 4 * n)):
+    for name, num_steps in (("hmc_same_layers", 2 * n), ("hmc_same_forces", 2 * n + 1)):
         algorithm = l2hmc_jax.hmc(sampler.target, 0.1, num_steps)
         run = sampling_run(algorithm.step, trajectories, with_params=False)
         hmc_state = algorithm.init(state.positions)

@@ -11,7 +11,7 @@ For each beta, on an ``L0 x L1`` lattice:
    beta era;
 2. it samples ``--eval_chains`` chains, continuing the training chains, for
    ``--burnin`` discarded and ``--eval_steps`` recorded trajectories;
-3. HMC with as many force evaluations per trajectory (``4N``) has its step
+3. HMC with as many force evaluations per trajectory (``2N + 1``) has its step
    size tuned by dual averaging to acceptance 0.8 from a hot start, then
    samples the same number of chains and trajectories.
 

@@ -141,27 +141,29 @@ class LeapfrogLayers:
             parts = (x if mask is None else x * mask, other)
         return jnp.stack(parts, axis=-1)
 
-    def _v_net(self, layer, x):
-        force = -self.target.logdensity_grad_fn(x)
-        s, t, q = self.vnet.apply(
+    def force(self, x: Array) -> Array:
+        """``F(x) = -grad log p(x)``, the force the v-updates use."""
+        return -self.target.logdensity_grad_fn(x)
+
+    def _v_net(self, layer, x, force):
+        return self.vnet.apply(
             layer["vnet"], self._features(x, force), layer["step_features"]
         )
-        return force, s, t, q
 
     def _x_net(self, layer, x, v, mask):
         return self.xnet.apply(
             layer["xnet"], self._features(x, v, 1 - mask), layer["step_features"]
         )
 
-    def _v_step(self, layer, x, v):
+    def _v_step(self, layer, x, v, force):
         eps = jnp.exp(layer["log_eps_v"])
-        force, s, t, q = self._v_net(layer, x)
+        s, t, q = self._v_net(layer, x, force)
         v = v * jnp.exp(0.5 * eps * s) - 0.5 * eps * (force * jnp.exp(eps * q) + t)
         return v, _event_sum(0.5 * eps * s, self.event_ndim)
 
-    def _v_step_inverse(self, layer, x, v):
+    def _v_step_inverse(self, layer, x, v, force):
         eps = jnp.exp(layer["log_eps_v"])
-        force, s, t, q = self._v_net(layer, x)
+        s, t, q = self._v_net(layer, x, force)
         v = (v + 0.5 * eps * (force * jnp.exp(eps * q) + t)) * jnp.exp(-0.5 * eps * s)
         return v, -_event_sum(0.5 * eps * s, self.event_ndim)
 
@@ -194,21 +196,27 @@ class LeapfrogLayers:
         x = mask * y + (1 - mask) * x
         return x, _event_sum(mask * log_jac, self.event_ndim)
 
-    def _layer(self, layer, x, v):
+    # A layer takes the force at its input and returns the force at its
+    # output, which is where the next layer starts: N layers evaluate it N
+    # times, plus once at the start.
+
+    def _layer(self, layer, x, v, force):
         mask = layer["mask"]
-        v, ld_v1 = self._v_step(layer, x, v)
+        v, ld_v1 = self._v_step(layer, x, v, force)
         x, ld_x1 = self._x_step(layer, x, v, mask)
         x, ld_x2 = self._x_step(layer, x, v, 1 - mask)
-        v, ld_v2 = self._v_step(layer, x, v)
-        return x, v, ld_v1 + ld_x1 + ld_x2 + ld_v2
+        force = self.force(x)
+        v, ld_v2 = self._v_step(layer, x, v, force)
+        return x, v, force, ld_v1 + ld_x1 + ld_x2 + ld_v2
 
-    def _layer_inverse(self, layer, x, v):
+    def _layer_inverse(self, layer, x, v, force):
         mask = layer["mask"]
-        v, ld_v2 = self._v_step_inverse(layer, x, v)
+        v, ld_v2 = self._v_step_inverse(layer, x, v, force)
         x, ld_x2 = self._x_step_inverse(layer, x, v, 1 - mask)
         x, ld_x1 = self._x_step_inverse(layer, x, v, mask)
-        v, ld_v1 = self._v_step_inverse(layer, x, v)
-        return x, v, ld_v1 + ld_x1 + ld_x2 + ld_v2
+        force = self.force(x)
+        v, ld_v1 = self._v_step_inverse(layer, x, v, force)
+        return x, v, force, ld_v1 + ld_x1 + ld_x2 + ld_v2
 
     # -- N layers ------------------------------------------------------------
 
@@ -227,23 +235,41 @@ class LeapfrogLayers:
             shared = {}
         return shared, per_layer
 
-    def _run(self, layer_fn, params, x, v, reverse):
+    def transport(
+        self,
+        params: dict,
+        x: Array,
+        v: Array,
+        *,
+        inverse: bool = False,
+        force: Array | None = None,
+    ):
+        """`forward` (or `inverse`), also taking and giving the force.
+
+        Returns ``(x', v', logdet, F(x'))``. ``force``, if given, must be
+        ``F(x)``: a caller that chains two runs (the merged proposal) or
+        runs both directions from one ``x`` (the random proposal) passes the
+        force it already has and saves an evaluation.
+        """
         shared, per_layer = self._per_layer(params, x.dtype)
         batch_shape = x.shape[: x.ndim - self.event_ndim]
+        layer_fn = self._layer_inverse if inverse else self._layer
 
         def body(carry, sliced):
-            x, v, logdet = carry
+            x, v, force, logdet = carry
             layer = {"step_features": None, **shared, **sliced}
-            x, v, ld = layer_fn(layer, x, v)
-            return (x, v, logdet + ld), None
+            x, v, force, ld = layer_fn(layer, x, v, force)
+            return (x, v, force, logdet + ld), None
 
         if self.remat:
             body = jax.checkpoint(body)
+        if force is None:
+            force = self.force(x)
         logdet = jnp.zeros(batch_shape, x.dtype)
-        (x, v, logdet), _ = jax.lax.scan(
-            body, (x, v, logdet), per_layer, reverse=reverse
+        (x, v, force, logdet), _ = jax.lax.scan(
+            body, (x, v, force, logdet), per_layer, reverse=inverse
         )
-        return x, v, logdet
+        return x, v, logdet, force
 
     def forward(self, params: dict, x: Array, v: Array):
         """Runs the ``N`` layers: ``(x, v) -> (x', v', log|det J|)``.
@@ -251,11 +277,11 @@ class LeapfrogLayers:
         ``x`` and ``v`` have shape ``batch_shape + event_shape``; the log-det
         has shape ``batch_shape``.
         """
-        return self._run(self._layer, params, x, v, reverse=False)
+        return self.transport(params, x, v)[:3]
 
     def inverse(self, params: dict, x: Array, v: Array):
         """The exact inverse of `forward`, with the log-det of the inverse."""
-        return self._run(self._layer_inverse, params, x, v, reverse=True)
+        return self.transport(params, x, v, inverse=True)[:3]
 
 
 def _circle_log_jacobian(x: Array, log_scale: Array) -> Array:

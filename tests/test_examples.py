@@ -158,7 +158,7 @@ def test_outputs_and_summary_schema(run):
     assert summary["train"]["resumed_from"] == 10
 
     markdown = open(os.path.join(workdir, "summary.md")).read()
-    assert "| force evaluations / trajectory | 8 | 8 |" in markdown
+    assert "| force evaluations / trajectory | 5 | 5 |" in markdown
     for name in ("training", "charge", "autocorrelation"):
         assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 0
 
@@ -168,9 +168,10 @@ def test_outputs_and_summary_schema(run):
         for name in ("plaquette", "charge", "charge_sin", "acceptance_rate"):
             assert samples[f"{sampler}_{name}"].shape == shape
     l2hmc, hmc = summary["samplers"]["l2hmc"], summary["samplers"]["hmc"]
-    # Untouched, hmc.num_steps matches the force evaluations of L2HMC (4 N).
-    assert hmc["force_evaluations_per_trajectory"] == 4 * config.sampler.num_layers
-    assert l2hmc["force_evaluations_per_trajectory"] == 4 * config.sampler.num_layers
+    # Untouched, hmc.num_steps matches the force evaluations of L2HMC (2N + 1).
+    num_forces = 2 * config.sampler.num_layers + 1
+    assert hmc["force_evaluations_per_trajectory"] == num_forces
+    assert l2hmc["force_evaluations_per_trajectory"] == num_forces
     assert l2hmc["trained_steps"] == config.train.num_steps
 
 
@@ -446,7 +447,7 @@ def test_toy_example_matches_exact_moments(tmp_path):
         assert json.load(f) == summary
     for name in ("l2hmc", "hmc"):
         result = summary["samplers"][name]
-        assert result["force_evaluations_per_trajectory"] == 8
+        assert result["force_evaluations_per_trajectory"] == 5  # 2N + 1
         for observable in ("x0", "x1"):
             for moment in ("mean", "second_moment"):
                 estimate = result["observables"][observable][moment]

@@ -101,9 +101,15 @@ class L2HMC:
 
     @property
     def force_evaluations(self) -> int:
-        """Force evaluations per step: two per layer (its two v-half-steps),
-        and both directions are run, ``2N`` layers in all."""
-        return 4 * self.num_layers
+        """Force evaluations per step, ``2N + 1``.
+
+        A layer evaluates the force once, at its output, where the next layer
+        starts; one more evaluation at the start serves both directions (the
+        ``2N`` layers of the merged proposal, or the ``N`` forward and ``N``
+        inverse layers that the random proposal computes for every chain).
+        The accept/reject step needs no force.
+        """
+        return 2 * self.num_layers + 1
 
     def replace_target(self, target: Target) -> "L2HMC":
         """The same sampler on another target (for instance a new beta)."""
@@ -138,12 +144,18 @@ class L2HMC:
         For the merged proposal ``direction`` is ignored; for the random one
         it is an array of ``+-1`` per chain.
         """
+        layers = self.layers
         if self.proposal == "merged":
-            x1, v1, logdet1 = self.forward(params, x, v)
-            x2, v2, logdet2 = self.inverse(params, x1, -v1)
+            x1, v1, logdet1, force = layers.transport(params, x, v)
+            x2, v2, logdet2, _ = layers.transport(
+                params, x1, -v1, inverse=True, force=force
+            )
             return x2, v2, logdet1 + logdet2
-        x_f, v_f, logdet_f = self.forward(params, x, v)
-        x_b, v_b, logdet_b = self.inverse(params, x, v)
+        force = layers.force(x)
+        x_f, v_f, logdet_f, _ = layers.transport(params, x, v, force=force)
+        x_b, v_b, logdet_b, _ = layers.transport(
+            params, x, v, inverse=True, force=force
+        )
         forward = direction > 0
         pick = base.select_chains(forward)
         return pick(x_f, x_b), pick(v_f, v_b), jnp.where(forward, logdet_f, logdet_b)

@@ -81,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.hmc = ml_collections.ConfigDict()
     # Leapfrog steps per trajectory; 0 matches the force evaluations of one
-    # L2HMC trajectory (4 per layer).
+    # L2HMC trajectory (2N + 1 for N layers per direction).
     config.hmc.num_steps = 0
     config.hmc.num_adaptation_steps = 300
     config.hmc.initial_step_size = 0.1
