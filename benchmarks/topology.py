@@ -41,6 +41,7 @@ from absl import app, flags, logging  # noqa: E402
 import l2hmc_jax  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from l2hmc_jax import adaptation, diagnostics  # noqa: E402
+from l2hmc_jax import loss as loss_lib  # noqa: E402
 from l2hmc_jax import train as train_lib  # noqa: E402
 from l2hmc_jax.targets import u1, u1_exact  # noqa: E402
 
@@ -52,6 +53,10 @@ _HIDDEN = flags.DEFINE_list("hidden_sizes", ["64", "64"], "MLP widths.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Train steps per beta.")
 _NUM_ERAS = flags.DEFINE_integer("num_eras", 4, "Constant-beta eras of training.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+_STEP_SIZE_LEARNING_RATE = flags.DEFINE_float(
+    "step_size_learning_rate", 1e-2, "Adam learning rate of the step sizes."
+)
+_LOSS_SCALE = flags.DEFINE_float("loss_scale", 0.01, "lambda of the loss.")
 _TRAIN_CHAINS = flags.DEFINE_integer("train_chains", 64, "Training chains.")
 _EVAL_CHAINS = flags.DEFINE_integer("eval_chains", 64, "Chains of each sampler.")
 _BURNIN = flags.DEFINE_integer("burnin", 200, "Discarded trajectories.")
@@ -122,12 +127,18 @@ def train_l2hmc(config, beta, key):
         network_kwargs={"hidden_sizes": tuple(config["hidden_sizes"])},
     )
     key_params, key_links, key_train = jax.random.split(key, 3)
-    optimizer = train_lib.make_optimizer(config["learning_rate"])
+    optimizer = train_lib.make_optimizer(
+        config["learning_rate"],
+        step_size_learning_rate=config["step_size_learning_rate"],
+    )
     links = u1.random_links(key_links, config["train_chains"], size)
     state = train_lib.init_train_state(
         sampler.init_params(key_params), optimizer, links
     )
-    train_step = train_lib.make_train_step(sampler, optimizer, target_fn=target_fn)
+    loss_config = loss_lib.LossConfig(scale=config["loss_scale"])
+    train_step = train_lib.make_train_step(
+        sampler, optimizer, loss_config, target_fn=target_fn
+    )
     warmup = train_lib.make_hmc_warmup(target_fn, 20, 10)
     betas = train_lib.beta_schedule(
         config["train_steps"], beta_init, beta, config["num_eras"]
@@ -229,6 +240,8 @@ def main(argv):
         "train_steps": _TRAIN_STEPS.value,
         "num_eras": _NUM_ERAS.value,
         "learning_rate": _LEARNING_RATE.value,
+        "step_size_learning_rate": _STEP_SIZE_LEARNING_RATE.value,
+        "loss_scale": _LOSS_SCALE.value,
         "train_chains": _TRAIN_CHAINS.value,
         "eval_chains": _EVAL_CHAINS.value,
         "burnin": _BURNIN.value,

@@ -331,6 +331,7 @@ def test_missing_checkpoint_is_reported(tmp_path):
         ("sampler.hidden_sizes", (0,), r"config\.sampler\.hidden_sizes"),
         ("train.num_steps", 0, r"config\.train\.num_steps must be a positive"),
         ("train.num_eras", 100, r"num_eras \(100\) must be at most"),
+        ("train.step_size_learning_rate", 0.0, r"step_size_learning_rate must be"),
         ("eval.num_steps", 150, r"must be a multiple of config\.eval\.num_burnin"),
         ("hmc.target_acceptance", 1.5, r"config\.hmc\.target_acceptance"),
     ],

@@ -192,7 +192,9 @@ def initial_train_state(config, sampler, optimizer):
 def make_optimizer(config):
     """Adam with gradient clipping, as the config asks."""
     return train_lib.make_optimizer(
-        config.train.learning_rate, clip_norm=config.train.clip_norm
+        config.train.learning_rate,
+        clip_norm=config.train.clip_norm,
+        step_size_learning_rate=config.train.step_size_learning_rate,
     )
 
 

@@ -115,6 +115,11 @@ def validate_config(config) -> None:
     c.positive_int("train.num_eras")
     c.positive("train.learning_rate")
     c.require(
+        "train.step_size_learning_rate",
+        lambda v: v is None or (_is_number(v) and v > 0),
+        "None or a positive number",
+    )
+    c.require(
         "train.clip_norm",
         lambda v: v is None or (_is_number(v) and v > 0),
         "None or a positive number",
