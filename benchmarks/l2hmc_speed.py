@@ -328,7 +328,7 @@ def main(argv):
         "train steps/s",
         "eval traj/s",
         "L2HMC/HMC(2N) s",
-        "L2HMC/HMC(4N) s",
+        "L2HMC/HMC(2N+1) s",
         "train compile s",
         "eval compile s",
         "eval FLOP/s / matmul",
