@@ -59,6 +59,9 @@ _HIDDEN = flags.DEFINE_integer("hidden_size", 32, "Units of the hidden layer.")
 _STEP_SIZE = flags.DEFINE_float("step_size", 0.1, "Initial L2HMC step size.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 2000, "L2HMC train steps.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+_STEP_SIZE_LEARNING_RATE = flags.DEFINE_float(
+    "step_size_learning_rate", 1e-2, "Adam learning rate of the step sizes."
+)
 _NUM_CHAINS = flags.DEFINE_integer("num_chains", 64, "Chains, training too.")
 _BURNIN = flags.DEFINE_integer("burnin", 200, "Discarded trajectories.")
 _EVAL_STEPS = flags.DEFINE_integer("eval_steps", 2000, "Recorded trajectories.")
@@ -117,7 +120,10 @@ def run_target(config, name, key):
         step_size=config["step_size"],
         network_kwargs={"hidden_sizes": (config["hidden_size"],)},
     )
-    optimizer = train_lib.make_optimizer(config["learning_rate"])
+    optimizer = train_lib.make_optimizer(
+        config["learning_rate"],
+        step_size_learning_rate=config["step_size_learning_rate"],
+    )
     positions = jax.random.normal(key_x, (config["num_chains"],) + target.event_shape)
     state = train_lib.init_train_state(
         sampler.init_params(key_params), optimizer, positions
@@ -177,6 +183,7 @@ def main(argv):
         "step_size": _STEP_SIZE.value,
         "train_steps": _TRAIN_STEPS.value,
         "learning_rate": _LEARNING_RATE.value,
+        "step_size_learning_rate": _STEP_SIZE_LEARNING_RATE.value,
         "num_chains": _NUM_CHAINS.value,
         "burnin": _BURNIN.value,
         "eval_steps": _EVAL_STEPS.value,

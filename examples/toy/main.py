@@ -156,7 +156,7 @@ def run(
         step_size=step_size,
         network_kwargs={"hidden_sizes": (hidden_size,)},
     )
-    optimizer = train_lib.make_optimizer(1e-3)
+    optimizer = train_lib.make_optimizer(1e-3, step_size_learning_rate=1e-2)
     positions = jax.random.normal(key_x, (num_chains,) + target.event_shape)
     state = train_lib.init_train_state(
         sampler.init_params(key_params), optimizer, positions
