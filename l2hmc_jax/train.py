@@ -83,11 +83,11 @@ def make_optimizer(
         ``log_eps_*`` entries of L2HMC parameters), which then get their
         own Adam, with the same decay and warm-up; ``learning_rate`` is
         left to the networks. The step sizes are a handful of parameters
-        with a clear signal and the networks many with a noisy one: on 8 x 8
-        U(1) at beta = 3 a few hundred steps at ``1e-2`` for the step sizes
-        and ``1e-4`` to ``3e-4`` for the networks train well, while ``1e-3``
-        for both costs acceptance and learns the step sizes slowly. None:
-        one Adam for everything.
+        with a clear signal and the networks many with a noisy one. On 8 x 8
+        U(1) at beta = 3, 300 steps at ``1e-2`` for the step sizes and
+        ``1e-4`` to ``3e-4`` for the networks train well; ``1e-3`` for the
+        networks costs acceptance, and ``1e-3`` for the step sizes moves them
+        too little to matter. None: one Adam for everything.
     """
     schedule = _schedule(
         "learning_rate", learning_rate, decay_steps, decay_rate, warmup_steps
