@@ -31,6 +31,19 @@ def _train(sampler, params, positions, num_steps, seed, loss_config=None, **kwar
     return state, history
 
 
+def _assert_exact_u1_observables(trace, beta, size, num_discarded):
+    """<cos P> and <Q^2> of ``trace`` within 4 standard errors of the exact values."""
+    exact = {
+        "plaquette": u1_exact.mean_plaquette(beta, size),
+        "charge_squared": u1_exact.mean_charge_squared(beta, size),
+    }
+    plaquette = np.asarray(trace["plaquette"], np.float64)[num_discarded:]
+    charge = np.asarray(trace["charge"], np.float64)[num_discarded:]
+    for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
+        mean, error = diagnostics.mean_and_error(values)
+        assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
+
+
 def test_training_raises_the_expected_jump_on_the_correlated_gaussian():
     # The correlated Gaussian is where Levy et al. show L2HMC learning fast:
     # plain leapfrog at a step size safe for the narrow direction crawls
@@ -220,15 +233,7 @@ def test_trained_sampler_is_exact_on_u1():
     _, trace = sample(
         jax.random.key(21), sampler, state.positions, 1500, params=state.params
     )
-    exact = {
-        "plaquette": u1_exact.mean_plaquette(beta, size),
-        "charge_squared": u1_exact.mean_charge_squared(beta, size),
-    }
-    plaquette = np.asarray(trace["plaquette"], np.float64)[100:]
-    charge = np.asarray(trace["charge"], np.float64)[100:]
-    for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
-        mean, error = diagnostics.mean_and_error(values)
-        assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
+    _assert_exact_u1_observables(trace, beta, size, num_discarded=100)
 
 
 def _per_chain_tunneling(charges) -> np.ndarray:
@@ -285,12 +290,4 @@ def test_training_on_u1_beats_hmc_with_the_same_leapfrog_layers():
     assert l2hmc_rates.mean() > 1.2 * hmc_rates[best].mean(), summary
 
     # The trained sampler is still exact.
-    exact = {
-        "plaquette": u1_exact.mean_plaquette(beta, size),
-        "charge_squared": u1_exact.mean_charge_squared(beta, size),
-    }
-    plaquette = np.asarray(trace["plaquette"], np.float64)[50:]
-    charge = np.asarray(trace["charge"], np.float64)[50:]
-    for name, values in (("plaquette", plaquette), ("charge_squared", charge**2)):
-        mean, error = diagnostics.mean_and_error(values)
-        assert abs(mean - exact[name]) < 4 * error, (name, mean, error, exact[name])
+    _assert_exact_u1_observables(trace, beta, size, num_discarded=50)
